@@ -1,0 +1,82 @@
+"""Entry point of `stockade`: mounts one command group per phase and turns every expected
+failure into one clear line on stderr and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from stockade import __version__
+from stockade.cli import audit, keys
+from stockade.cli.common import close_workspace, err_console
+from stockade.core.errors import StockadeError
+
+__all__ = ["app", "run"]
+
+EXIT_INTERNAL = 70
+
+
+class _StockadeGroup(TyperGroup):
+    """Catches errors raised by any sub-command, however deep."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StockadeError as exc:
+            err_console.print(f"error: {exc.message}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("STOCKADE_DEBUG"):
+                raise
+            err_console.print(
+                f"internal error: {type(exc).__name__}: {exc} (set STOCKADE_DEBUG=1 for a trace)",
+                markup=False,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+        finally:
+            close_workspace()
+
+
+app = typer.Typer(
+    cls=_StockadeGroup,
+    name="stockade",
+    help="Secure AI systems across their whole lifecycle.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stockade {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Secure AI systems across their whole lifecycle."""
+
+
+app.add_typer(audit.app, name="audit", help="Tamper-evident audit log: entries, proofs, checkpoints.")
+app.add_typer(keys.app, name="keys", help="Signing keys, key-encryption keys, envelope encryption.")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
