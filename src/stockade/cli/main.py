@@ -12,7 +12,19 @@ import typer
 from typer.core import TyperGroup
 
 from stockade import __version__
-from stockade.cli import audit, keys
+from stockade.cli import (
+    audit,
+    control_plane,
+    data,
+    gateway,
+    govern,
+    inventory,
+    keys,
+    model,
+    monitor,
+    retire,
+    tokens,
+)
 from stockade.cli.common import close_workspace, err_console
 from stockade.core.errors import StockadeError
 
@@ -73,8 +85,29 @@ def _root(
     """Secure AI systems across their whole lifecycle."""
 
 
-app.add_typer(audit.app, name="audit", help="Tamper-evident audit log: entries, proofs, checkpoints.")
+app.command()(control_plane.init)
+app.command()(control_plane.up)
+app.add_typer(control_plane.db_app, name="db", help="Database migrations.")
+app.add_typer(
+    inventory.app, name="inventory", help="AI systems, models, datasets, endpoints, versions."
+)
+
+# One group per lifecycle phase, in lifecycle order.
+app.add_typer(data.app, name="data", help="Phase 1, data: dataset provenance and integrity.")
+app.add_typer(model.app, name="model", help="Phase 2, model: fingerprinted model versions.")
+app.add_typer(
+    gateway.app, name="gateway", help="Phase 4, deployment: endpoints and what they serve."
+)
+app.add_typer(monitor.app, name="monitor", help="Phase 5, operations: events and monitors.")
+app.add_typer(retire.app, name="retire", help="Phase 6, retirement: take entities out of service.")
+app.add_typer(govern.app, name="govern", help="Governance: risk tiers and the lifecycle.")
+
+# Cross-cutting control-plane services.
+app.add_typer(
+    audit.app, name="audit", help="Tamper-evident audit log: entries, proofs, checkpoints."
+)
 app.add_typer(keys.app, name="keys", help="Signing keys, key-encryption keys, envelope encryption.")
+app.add_typer(tokens.app, name="tokens", help="Control-plane API tokens and roles.")
 
 
 def run() -> None:

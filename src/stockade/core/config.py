@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; defaults to an SQLite file under `home`.",
     )
     redis_url: str | None = Field(default=None, description="Redis for cross-replica events.")
+    events_stream: str = Field(
+        default="stockade:events", min_length=1, description="Redis stream events fan out on."
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
     audit_origin: str = Field(

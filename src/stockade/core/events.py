@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from stockade.core import clock
@@ -55,8 +55,9 @@ class Event:
 class EventPublisher:
     """Stores events in the caller's transaction; after commit, copies them to Redis."""
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None, *, stream: str = STREAM) -> None:
         self.redis_url = redis_url
+        self.stream = stream
         self._redis: Any = None
 
     def _client(self) -> Any:
@@ -98,9 +99,7 @@ class EventPublisher:
         session.flush()
         event = Event.from_row(row)
         if self.redis_url:
-            sa_event.listen(
-                session, "after_commit", lambda _s: self._fan_out(event), once=True
-            )
+            sa_event.listen(session, "after_commit", lambda _s: self._fan_out(event), once=True)
         return event
 
     def _fan_out(self, event: Event) -> None:
@@ -108,7 +107,7 @@ class EventPublisher:
 
         try:
             self._client().xadd(
-                STREAM,
+                self.stream,
                 {"event": json.dumps(event.to_json())},
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
@@ -118,12 +117,14 @@ class EventPublisher:
             # subscribers, who re-read the table after any gap.
             return
 
-    def read_stream(self, last_id: str = "0-0", count: int = 100, block_ms: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    def read_stream(
+        self, last_id: str = "0-0", count: int = 100, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Events on the Redis stream after `last_id`: (stream id, event JSON) pairs."""
         client = self._client()
         if client is None:
             raise InvalidInput("no Redis configured (set STOCKADE_REDIS_URL)")
-        answer = client.xread({STREAM: last_id}, count=count, block=block_ms)
+        answer = client.xread({self.stream: last_id}, count=count, block=block_ms)
         out: list[tuple[str, dict[str, Any]]] = []
         for _stream, messages in answer or []:
             for message_id, fields in messages:

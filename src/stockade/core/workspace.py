@@ -42,7 +42,7 @@ class Workspace:
             database=database,
             keys=keys,
             audit=AuditLog(keys, origin=settings.audit_origin),
-            events=EventPublisher(settings.redis_url),
+            events=EventPublisher(settings.redis_url, stream=settings.events_stream),
         )
 
     @contextmanager

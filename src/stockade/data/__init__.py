@@ -1,0 +1,1 @@
+"""Phase 1, data: provenance, integrity and (later) content scanning of datasets."""
