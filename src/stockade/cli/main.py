@@ -42,7 +42,15 @@ class _StockadeGroup(TyperGroup):
         except StockadeError as exc:
             err_console.print(f"error: {exc.message}", markup=False)
             raise typer.Exit(exc.exit_code) from None
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (
+            click.exceptions.Exit,
+            click.ClickException,
+            click.Abort,
+            # typer 0.29 carries its own click: its Exit/Abort/usage errors are other classes.
+            typer.Exit,
+            typer.Abort,
+            typer.TyperException,
+        ):
             raise
         except KeyboardInterrupt:
             err_console.print("interrupted")
