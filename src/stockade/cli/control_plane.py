@@ -14,6 +14,7 @@ import typer
 
 from stockade.cli.common import console, err_console, open_workspace
 from stockade.core import tokens
+from stockade.core.config import get_settings
 from stockade.core.db import describe_url
 from stockade.core.errors import AuthError, InvalidInput, StockadeError
 from stockade.core.workspace import Workspace
@@ -38,10 +39,10 @@ def prepare(*, demo: bool) -> tuple[Workspace, str, bool]:
 
     Returns the workspace, the admin token and whether the token is new.
     """
-    ws = open_workspace(require_migrated=False)
-    home = ws.settings.home
+    home = get_settings().home
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
+    ws = open_workspace(require_migrated=False)
     ws.database.upgrade()
     ws.keys.ensure_signing_key(ws.audit.key_id)
     token_file = ws.settings.admin_token_file
@@ -156,8 +157,8 @@ def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply database migrations (idempotent)."""
+    get_settings().home.mkdir(parents=True, exist_ok=True)
     ws = open_workspace(require_migrated=False)
-    ws.settings.home.mkdir(parents=True, exist_ok=True)
     ws.database.upgrade(revision)
     console.print(f"database at revision {ws.database.current_revision()}", markup=False)
 

@@ -26,6 +26,7 @@ from stockade.core.errors import StorageUnavailable
 __all__ = [
     "Database",
     "describe_url",
+    "is_outage",
     "storage_errors",
 ]
 
@@ -40,20 +41,35 @@ def describe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
+# PostgreSQL SQLSTATEs: connection exception, insufficient resources, operator intervention
+# (shutdown), lock not available; and a missing schema, table or database (not migrated).
+_OUTAGE_CLASSES = frozenset({"08", "53", "57"})
+_OUTAGE_STATES = frozenset({"55P03", "42P01", "3F000", "3D000"})
+
+
+def is_outage(exc: DBAPIError) -> bool:
+    """Whether a driver error means the database is unreachable, busy or without its schema
+    (an outage to wait out or migrate), rather than a bug in the statement."""
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return True
+    sqlstate = str(getattr(exc.orig, "sqlstate", "") or "")
+    return sqlstate[:2] in _OUTAGE_CLASSES or sqlstate in _OUTAGE_STATES
+
+
 @contextmanager
 def storage_errors(url: str) -> Iterator[None]:
-    """Translate driver errors into `StorageUnavailable` with a one-line reason."""
+    """Translate outages into `StorageUnavailable` with a one-line reason."""
     try:
         yield
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if not is_outage(exc):
+            raise
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if "locked" in reason:
+        if exc.connection_invalidated:
+            reason = "connection lost"
+        elif "locked" in reason:
             reason = f"{reason} (another process holds a write lock; retry)"
         raise StorageUnavailable(f"database {describe_url(url)}: {reason}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StorageUnavailable(f"database {describe_url(url)}: connection lost") from exc
-        raise
 
 
 class Database:
@@ -89,6 +105,8 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        elif self.dialect == "postgresql":
+            event.listen(self.engine, "connect", _postgres_timeouts)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = False
         self._lock = threading.Lock()
@@ -157,6 +175,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _postgres_timeouts(dbapi_connection: Any, _record: Any) -> None:
+    # Wait at most as long as SQLite's busy timeout for a lock, then fail clearly.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")
+    dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
