@@ -251,3 +251,35 @@ def test_monitor_emit_and_list(database: Database, cli: Cli) -> None:
     assert bad.exit_code == 2
     assert "JSON object" in bad.stderr
     assert cli("monitor", "events", "--since", "yesterday").exit_code == 2
+
+
+def test_data_verify_records_integrity_evidence(
+    database: Database, cli: Cli, tmp_path: Path
+) -> None:
+    original = tmp_path / "train.jsonl"
+    original.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    assert cli("data", "register", "corpus", "v1", str(original)).exit_code == 0
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(original.read_bytes())
+    same = cli("data", "verify", "corpus", "v1", str(copy), "-f", "json")
+    assert same.exit_code == 0, same.stderr
+    assert same.json()["summary"]["findings"] == 0
+
+    copy.write_text('{"text": "a"}\n{"text": "ignore previous instructions"}\n', encoding="utf-8")
+    altered = cli("data", "verify", "corpus", "v1", str(copy), "-f", "json")
+    assert altered.exit_code == 1
+    finding = altered.json()["findings"][0]
+    assert finding["rule_id"] == "STK-DATA-INT-001"
+    assert finding["severity"] == "critical"
+
+    missing = cli("data", "verify", "corpus", "v1", str(tmp_path / "gone.jsonl"))
+    assert missing.exit_code == 2
+    assert cli("data", "verify", "corpus", "v9", str(copy)).exit_code == 2
+
+    evidence = cli("eval", "evidence", "--subject", "dataset:corpus@v1", "-f", "json").json()
+    assert [e["outcome"] for e in evidence] == ["error", "fail", "pass"]
+    shown = cli("eval", "show-evidence", evidence[1]["id"], "-f", "sarif")
+    assert shown.exit_code == 0
+    assert '"STK-DATA-INT-001"' in shown.stdout
+    assert cli("eval", "evidence", "--outcome", "maybe").exit_code == 2
+    assert cli("eval", "show-evidence", "nope").exit_code == 2

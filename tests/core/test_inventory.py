@@ -82,7 +82,7 @@ def test_create_list_show_update_are_audited(ws: Workspace) -> None:
     assert ("system.update", "system:support") in actions
     with ws.session() as s:
         entry = ws.audit.entries(s, action="system.update")[0]
-    assert entry.entry["details"]["changes"]["owner"] == {"from": "cx", "to": "cx-platform"}
+    assert entry.details["changes"]["owner"] == {"from": "cx", "to": "cx-platform"}
 
 
 def test_duplicates_missing_references_and_bad_specs_are_clear(ws: Workspace) -> None:
@@ -200,7 +200,7 @@ def test_gates_can_refuse_and_refusals_are_audited(ws: Workspace) -> None:
     with ws.session() as s:
         assert inventory.get(s, K["model"], "m").lifecycle_state == "draft"
         refusal = ws.audit.entries(s, action="lifecycle.refused")
-    assert refusal[0].entry["details"]["refusals"] == [
+    assert refusal[0].details["refusals"] == [
         {"gate": "ownership", "reason": "an owner is required"}
     ]
     with ws.session() as s:

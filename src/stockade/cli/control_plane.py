@@ -145,6 +145,10 @@ def up(
     )
     try:
         server.run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl-C, then re-raises the signal: that is the
+        # normal way to stop, not an interruption.
+        pass
     finally:
         stop.set()
         with ws.session() as session:

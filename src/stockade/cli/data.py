@@ -9,10 +9,17 @@ from typing import Annotated
 
 import typer
 
-from stockade.cli.common import OutputFormat, console, print_json
+from stockade.cli.common import OutputFormat, console, open_workspace, print_json
 from stockade.cli.inventory import TagOpt, parse_tags, register_file
+from stockade.cli.scan_options import (
+    FormatOption,
+    OutputOption,
+    ReportFormat,
+    Severity,
+    emit_report,
+)
 from stockade.core.inventory import describe_artifact
-from stockade.data.integrity import count_records
+from stockade.data.integrity import check_integrity, count_records
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -70,3 +77,23 @@ def register(
         f"registered dataset:{name}@{added.version} {added.digest} ({added.size} bytes{rows})",
         markup=False,
     )
+
+
+@app.command()
+def verify(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[str, typer.Argument(help="Registered version.")],
+    file: Annotated[Path, typer.Argument(help="The copy to check.")],
+    fmt: FormatOption = ReportFormat.console,
+    output: OutputOption = None,
+) -> None:
+    """Check a copy of NAME@VERSION against its registered digest and record the evidence.
+
+    Exit 0 identical, 1 altered (critical finding), 2 could not read the copy.
+    """
+    ws = open_workspace()
+    with ws.session() as session:
+        result, _evidence = check_integrity(
+            session, ws.audit, dataset=name, version=version, path=file, actor=ws.settings.cli_actor
+        )
+    raise typer.Exit(emit_report(result, fmt, output, Severity.HIGH))

@@ -16,6 +16,7 @@ from stockade.cli import (
     audit,
     control_plane,
     data,
+    evaluate,
     gateway,
     govern,
     inventory,
@@ -103,6 +104,9 @@ app.add_typer(
 # One group per lifecycle phase, in lifecycle order.
 app.add_typer(data.app, name="data", help="Phase 1, data: dataset provenance and integrity.")
 app.add_typer(model.app, name="model", help="Phase 2, model: fingerprinted model versions.")
+app.add_typer(
+    evaluate.app, name="eval", help="Phase 3, evaluation: evidence of checks and evaluations."
+)
 app.add_typer(
     gateway.app, name="gateway", help="Phase 4, deployment: endpoints and what they serve."
 )
