@@ -5,14 +5,13 @@ Exit codes of `verify`: 0 intact, 1 tampering detected, 2 could not verify.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
 
 from stockade.cli.common import OutputFormat, console, open_workspace, print_json, print_rows
 from stockade.core.errors import InvalidInput
+from stockade.core.files import write_atomic
 from stockade.core.keys import public_pem
 
 __all__ = ["app"]
@@ -102,24 +101,6 @@ def _check_writable(path: Path) -> None:
         raise InvalidInput(f"cannot write {path}: directory {path.parent} does not exist")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A temp file in the same folder, fsync, rename: readers never see half a checkpoint."""
-    folder = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
-
-
 @app.command("checkpoint")
 def checkpoint_(
     out: Path | None = typer.Option(None, "--out", help="Also write the checkpoint to FILE."),
@@ -137,7 +118,7 @@ def checkpoint_(
         console.print("no entries since the latest checkpoint; nothing signed", markup=False)
         return
     if out is not None:
-        _write_atomically(out, signed.text)
+        write_atomic(out, signed.text, mode=0o644, what="checkpoint")
     typer.echo(signed.text, nl=False)
 
 

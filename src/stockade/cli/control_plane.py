@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,21 +16,12 @@ from stockade.core import tokens
 from stockade.core.config import get_settings
 from stockade.core.db import describe_url
 from stockade.core.errors import AuthError, InvalidInput, StockadeError
+from stockade.core.files import write_atomic
 from stockade.core.workspace import Workspace
 
 db_app = typer.Typer(no_args_is_help=True)
 
 BOOTSTRAP_ADMIN_LABEL = "bootstrap-admin"
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def prepare(*, demo: bool) -> tuple[Workspace, str, bool]:
@@ -65,7 +55,7 @@ def prepare(*, demo: bool) -> tuple[Workspace, str, bool]:
                 actor=ws.settings.cli_actor,
             )
         token = issued.token
-        _write_private(token_file, token + "\n")
+        write_atomic(token_file, token + "\n", what="admin token")
     if demo:
         from stockade.demo import seed_demo
 

@@ -13,17 +13,14 @@ A scanning command is then a few lines::
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from stockade.core.errors import InvalidInput
+from stockade.core.files import write_atomic
 from stockade.core.findings import ScanResult, Severity, exit_code
 from stockade.core.report import ReportFormat, write_report
 
@@ -80,37 +77,10 @@ def emit_report(
     else:
         buffer = io.StringIO()
         write_report(result, fmt, buffer)
-        _write_atomically(Path(output), buffer.getvalue())
+        write_atomic(Path(output), buffer.getvalue(), what="report")
         summary = result.summary()
         sys.stderr.write(
             f"wrote {fmt.value} report to {output}: {summary['findings']} findings, "
             f"{summary['errors']} could not be inspected\n"
         )
     return exit_code(result, threshold)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: a reader sees the old report or the
-    whole new one, never half of it. The file is private to the user (0600), as reports
-    can name sensitive places even with secrets masked."""
-    if path.is_dir():
-        raise InvalidInput(f"cannot write report to {path}: it is a directory")
-    folder = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InvalidInput(f"cannot write report to {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise InvalidInput(f"cannot write report to {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

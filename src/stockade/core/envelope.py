@@ -20,17 +20,14 @@ import io
 import os
 import secrets
 import struct
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stockade.core.errors import InvalidInput, NotFound, StockadeError
+from stockade.core.files import atomic_output
 from stockade.core.kms import KMS, KeyDestroyed, UnwrapFailed
 
 __all__ = [
@@ -198,7 +195,7 @@ def encrypt_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> EnvelopeHeader:
     """Encrypt a file; `dst_path` appears (mode 0600) only once the whole envelope is written."""
-    with _open_input(src_path) as src, _atomic_output(dst_path) as dst:
+    with _open_input(src_path) as src, atomic_output(dst_path) as dst:
         return encrypt_stream(
             src, dst, kms, kek_id, associated_data=associated_data, chunk_size=chunk_size
         )
@@ -285,7 +282,7 @@ def decrypt_file(
     associated_data: bytes = b"",
 ) -> EnvelopeHeader:
     """Decrypt a file; `dst_path` (mode 0600) appears only if every chunk authenticated."""
-    with _open_input(src_path) as src, _atomic_output(dst_path) as dst:
+    with _open_input(src_path) as src, atomic_output(dst_path) as dst:
         return decrypt_stream(src, dst, kms, associated_data=associated_data)
 
 
@@ -407,27 +404,3 @@ def _open_input(path: str | os.PathLike[str]) -> BinaryIO:
         raise InvalidInput(f"input {os.fspath(path)} is a directory, not a file") from None
     except PermissionError:
         raise InvalidInput(f"input file {os.fspath(path)} is not readable") from None
-
-
-@contextmanager
-def _atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """A private temp file beside `path`, renamed onto it only if the block succeeds."""
-    target = Path(path)
-    if target.is_dir():
-        raise InvalidInput(f"output {target} is a directory")
-    folder = target.parent
-    if not folder.is_dir():
-        raise InvalidInput(f"output folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".partial")
-    except PermissionError:
-        raise InvalidInput(f"output folder {folder} is not writable") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from stockade.core.errors import Conflict, InvalidInput, NotFound
+from stockade.core.files import write_atomic
 
 __all__ = [
     "KEK_BYTES",
@@ -99,8 +99,8 @@ class KeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_secret(path, pem)
-        _write_secret(self._public_path(key_id), public_pem(key.public_key()), mode=0o644)
+        write_atomic(path, pem)
+        write_atomic(self._public_path(key_id), public_pem(key.public_key()), mode=0o644)
         return key
 
     def signing_key(self, key_id: str) -> PrivateSigningKey:
@@ -141,7 +141,7 @@ class KeyStore:
         path = self._kek_path(key_id)
         if path.exists():
             raise Conflict(f"key-encryption key {key_id!r} already exists")
-        _write_secret(path, secrets.token_bytes(KEK_BYTES))
+        write_atomic(path, secrets.token_bytes(KEK_BYTES))
 
     def kek(self, key_id: str) -> bytes:
         try:
@@ -198,18 +198,3 @@ def public_pem(key: PublicSigningKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def _write_secret(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write atomically: a private temp file in the same folder, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
