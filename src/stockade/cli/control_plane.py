@@ -120,6 +120,7 @@ def up(
     _check_port_free(host, port)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"Stockade control plane on http://{shown}:{port}", markup=False)
+    console.print(f"  dashboard: http://{shown}:{port}/dashboard/#token={token}", markup=False)
     console.print(f"  API:  http://{shown}:{port}/api/v1/", markup=False)
     console.print(f"  docs: http://{shown}:{port}/docs", markup=False)
     console.print(f"  admin token: {token}", markup=False)

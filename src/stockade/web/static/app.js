@@ -1,5 +1,6 @@
 // Stockade dashboard: reads /api/v1 with the user's token. Every value is placed with
-// textContent, never innerHTML, so nothing stored in the inventory can run as markup.
+// textContent (text nodes), never parsed as HTML, so nothing stored in the inventory can
+// run as markup.
 "use strict";
 
 const API = "/api/v1";
@@ -98,7 +99,7 @@ async function load() {
     ]);
     status.textContent = `Connected as ${who.name} (${who.role}).`;
     $("overview").hidden = false;
-    $("login").querySelector("input").hidden = true;
+    for (const control of $("login").querySelectorAll("input, button[type=submit]")) control.hidden = true;
     $("logout").hidden = false;
 
     const inProduction = models.filter((m) => m.lifecycle_state === "production").length;
@@ -159,4 +160,11 @@ $("logout").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
   location.reload();
 });
+// `stockade up` prints a link with the token in the fragment (never sent to the server):
+// take it, then drop it from the address bar and history.
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromLink) {
+  sessionStorage.setItem(KEY, fromLink);
+  history.replaceState(null, "", location.pathname);
+}
 if (sessionStorage.getItem(KEY)) load();
