@@ -119,6 +119,20 @@ def seed_demo(ws: Workspace) -> DemoWorkspace:
         def create(kind: str, **values: Any) -> None:
             inventory.create(session, audit, K[kind], P(K[kind].create, values), actor=ACTOR)
 
+        def add_file(kind: str, name: str, version: str, path: Path, **values: Any) -> None:
+            facts = inventory.describe_artifact(path)
+            spec = P(
+                K[kind].version_create,  # type: ignore[arg-type]
+                {
+                    "version": version,
+                    "digest": facts.digest,
+                    "size": facts.size,
+                    "source_uri": path.as_uri(),
+                    **values,
+                },
+            )
+            inventory.add_version(session, audit, K[kind], name, spec, actor=ACTOR)
+
         def move(kind: str, name: str, *states: str, version: str | None = None) -> None:
             for state in states:
                 reason = f"demo workspace: {state}"
@@ -158,24 +172,13 @@ def seed_demo(ws: Workspace) -> DemoWorkspace:
             source_uri=dataset_path.as_uri(),
             license="CC0-1.0",
         )
-        facts = inventory.describe_artifact(dataset_path)
-        inventory.add_version(
-            session,
-            audit,
-            K["dataset"],
+        add_file(
+            "dataset",
             "card-transactions",
-            P(
-                K["dataset"].version_create,  # type: ignore[arg-type]
-                {
-                    "version": "2026-11-01",
-                    "digest": facts.digest,
-                    "size": facts.size,
-                    "format": "csv",
-                    "source_uri": dataset_path.as_uri(),
-                    "row_count": len(labels),
-                },
-            ),
-            actor=ACTOR,
+            "2026-11-01",
+            dataset_path,
+            format="csv",
+            row_count=len(labels),
         )
         create(
             "model",
@@ -188,25 +191,8 @@ def seed_demo(ws: Workspace) -> DemoWorkspace:
             framework="scikit-learn",
         )
         for version, path in model_paths.items():
-            facts = inventory.describe_artifact(path)
-            inventory.add_version(
-                session,
-                audit,
-                K["model"],
-                "fraud-detector",
-                P(
-                    K["model"].version_create,  # type: ignore[arg-type]
-                    {
-                        "version": version,
-                        "digest": facts.digest,
-                        "size": facts.size,
-                        "format": "joblib-pickle",
-                        "source_uri": path.as_uri(),
-                        "tags": {**metrics[version], "trained_on": "card-transactions@2026-11-01"},
-                    },
-                ),
-                actor=ACTOR,
-            )
+            tags = {**metrics[version], "trained_on": "card-transactions@2026-11-01"}
+            add_file("model", "fraud-detector", version, path, format="joblib-pickle", tags=tags)
         create(
             "model",
             name="support-llm",
