@@ -283,3 +283,50 @@ def test_data_verify_records_integrity_evidence(
     assert '"STK-DATA-INT-001"' in shown.stdout
     assert cli("eval", "evidence", "--outcome", "maybe").exit_code == 2
     assert cli("eval", "show-evidence", "nope").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["not a url", "postgresql+psycopg://nobody@127.0.0.1:1/none", "mysql+nodriver://x/y"],
+)
+def test_bad_database_urls_are_one_clear_line(
+    cli: Cli, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stockade.core.config import get_settings
+
+    monkeypatch.setenv("STOCKADE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    result = cli("inventory", "list", "models")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_locked_sqlite_database_is_a_clear_error_and_loses_nothing(
+    cli: Cli, stockade_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from stockade.core.config import get_settings
+
+    stockade_home.mkdir(parents=True)
+    db_file = stockade_home / "stockade.db"
+    monkeypatch.setenv("STOCKADE_DATABASE_URL", f"sqlite:///{db_file}")
+    get_settings.cache_clear()
+    assert cli("db", "upgrade").exit_code == 0
+    assert cli("inventory", "create", "system", "kept").exit_code == 0
+    holder = sqlite3.connect(db_file, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        blocked = cli("inventory", "create", "system", "blocked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert blocked.exit_code == 2
+    assert "locked" in blocked.stderr
+    assert len(blocked.stderr.strip().splitlines()) == 1
+    names = [s["name"] for s in cli("inventory", "list", "systems", "-f", "json").json()]
+    assert names == ["kept"]
+    assert cli("audit", "verify").exit_code == 0

@@ -674,6 +674,8 @@ def test_emit_report_returns_the_exit_code_without_a_cli(tmp_path: Path) -> None
 def test_emit_report_refuses_a_directory_and_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="is a directory"):
         emit_report(sample(), "sarif", tmp_path, "high")
-    with pytest.raises(InvalidInput, match=r"cannot write report to .*: report folder .* does not exist"):
+    with pytest.raises(
+        InvalidInput, match=r"cannot write report to .*: report folder .* does not exist"
+    ):
         emit_report(sample(), "sarif", tmp_path / "absent" / "r.sarif", "high")
     assert list(tmp_path.iterdir()) == []
