@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from stockade.core import lifecycle
 from stockade.core.errors import Conflict, InvalidInput, NotFound
@@ -315,22 +315,32 @@ def _row(session: Session, kind: Kind, ref: str) -> Any:
     return row
 
 
-def _out(kind: Kind, session: Session, row: Any) -> SystemOut:
-    data = {name: getattr(row, name, None) for name in kind.out.model_fields}
-    if "system" in data:
-        data["system"] = row.system.name if row.system else None
-    if kind.name == "endpoint":
-        data["model"] = row.model.name if row.model else None
-    if "latest_version" in data and kind.version_table is not None:
+def _outs(kind: Kind, session: Session, rows: list[Any]) -> list[SystemOut]:
+    """Records for rows of one kind, with the latest version of each in one query."""
+    latest: dict[str, str] = {}
+    if "latest_version" in kind.out.model_fields and kind.version_table is not None and rows:
         parent = _parent_column(kind)
-        latest = session.scalar(
-            select(kind.version_table.version)
-            .where(parent == row.id)
-            .order_by(kind.version_table.created_at.desc(), kind.version_table.version.desc())
-            .limit(1)
+        ordered = session.execute(
+            select(parent, kind.version_table.version)
+            .where(parent.in_([row.id for row in rows]))
+            .order_by(kind.version_table.created_at, kind.version_table.version)
         )
-        data["latest_version"] = latest
-    return kind.out.model_validate(data)
+        latest = {parent_id: version for parent_id, version in ordered}  # noqa: C416 (last wins)
+    outs = []
+    for row in rows:
+        data = {name: getattr(row, name, None) for name in kind.out.model_fields}
+        if "system" in data:
+            data["system"] = row.system.name if row.system else None
+        if kind.name == "endpoint":
+            data["model"] = row.model.name if row.model else None
+        if "latest_version" in data:
+            data["latest_version"] = latest.get(row.id)
+        outs.append(kind.out.model_validate(data))
+    return outs
+
+
+def _out(kind: Kind, session: Session, row: Any) -> SystemOut:
+    return _outs(kind, session, [row])[0]
 
 
 def _version_out(kind: Kind, row: Any) -> Any:
@@ -366,6 +376,10 @@ def list_entities(
     filters = filters or InventoryFilter()
     table = kind.table
     query = select(table).order_by(table.name)
+    if kind.name != "system":
+        query = query.options(selectinload(table.system))
+    if kind.name == "endpoint":
+        query = query.options(selectinload(table.model))
     if filters.owner is not None:
         query = query.where(table.owner == filters.owner)
     if filters.risk_tier is not None:
@@ -391,7 +405,7 @@ def list_entities(
             if key in (r.tags or {}) and ("=" not in filters.tag or r.tags[key] == value)
         ]
     rows = rows[filters.offset : filters.offset + filters.limit]
-    return [_out(kind, session, row) for row in rows]
+    return _outs(kind, session, rows)
 
 
 def list_versions(session: Session, kind: Kind, ref: str) -> list[Any]:
