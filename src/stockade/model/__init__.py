@@ -1,0 +1,1 @@
+"""Phase 2, model: artifact scanning, and later signing, the registry, SBOM and CVEs."""
