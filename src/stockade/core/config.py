@@ -7,17 +7,20 @@ a `stockade.toml` file, and the defaults below.
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from stockade.core.errors import ConfigError
 
 __all__ = ["Settings", "config_file", "get_settings"]
 
@@ -96,5 +99,23 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings(**overrides: Any) -> Settings:
-    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
-    return Settings(**overrides)
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`).
+
+    A missing, malformed or invalid configuration is a `ConfigError` naming the file and
+    the setting, never a traceback.
+    """
+    path = config_file()
+    if "STOCKADE_CONFIG" in os.environ and not path.is_file():
+        raise ConfigError(f"STOCKADE_CONFIG names {path}, which is not a readable file")
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration ({path} or STOCKADE_* variables): {problems}"
+        ) from None

@@ -18,10 +18,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
-from stockade.core.errors import StorageUnavailable
+from stockade.core.errors import InvalidInput, StorageUnavailable
 
 __all__ = [
     "Database",
@@ -61,6 +67,11 @@ def storage_errors(url: str) -> Iterator[None]:
     """Translate outages into `StorageUnavailable` with a one-line reason."""
     try:
         yield
+    except DataError as exc:
+        # A value the database cannot store (NUL in PostgreSQL text, an out-of-range
+        # number): the caller's input, not an outage and not a bug.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "value refused"
+        raise InvalidInput(f"the database refused a value: {reason}") from exc
     except DBAPIError as exc:
         if not is_outage(exc):
             raise

@@ -12,7 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -87,11 +94,21 @@ Digest = Annotated[
     StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$"),
     Field(description="`sha256:` followed by 64 lower-case hex digits."),
 ]
-Text = Annotated[str, StringConstraints(max_length=4000)]
-Short = Annotated[str, StringConstraints(max_length=200)]
-Uri = Annotated[str, StringConstraints(max_length=2000)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refusing it keeps both databases alike.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+Text = Annotated[str, StringConstraints(max_length=4000), NoNul]
+Short = Annotated[str, StringConstraints(max_length=200), NoNul]
+Uri = Annotated[str, StringConstraints(max_length=2000), NoNul]
 Tags = Annotated[
-    dict[Annotated[str, StringConstraints(min_length=1, max_length=100)], Short],
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=100), NoNul], Short],
     Field(max_length=50),
 ]
 
@@ -154,14 +171,14 @@ class EndpointUpdate(SystemUpdate):
 class ModelVersionCreate(_Spec):
     version: Version
     digest: Digest
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, lt=2**63)
     format: Short = ""
     source_uri: Uri = ""
     tags: Tags = Field(default_factory=dict)
 
 
 class DatasetVersionCreate(ModelVersionCreate):
-    row_count: int | None = Field(default=None, ge=0)
+    row_count: int | None = Field(default=None, ge=0, lt=2**63)
 
 
 class _Out(BaseModel):
@@ -360,14 +377,14 @@ def get(session: Session, kind: Kind, ref: str) -> SystemOut:
 
 
 class InventoryFilter(_Spec):
-    owner: str | None = None
+    owner: Short | None = None
     risk_tier: RiskTier | None = None
     lifecycle_state: State | None = None
-    system: str | None = None
-    tag: str | None = Field(default=None, description="`key=value`, or `key` for presence.")
-    q: str | None = Field(default=None, description="Substring of the name.")
+    system: Short | None = None
+    tag: Short | None = Field(default=None, description="`key=value`, or `key` for presence.")
+    q: Short | None = Field(default=None, description="Substring of the name.")
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, lt=2**63)
 
 
 def list_entities(
@@ -507,6 +524,7 @@ def update(
     for key, value in _resolve_references(session, given).items():
         setattr(row, key, value)
     _flush(session, f"cannot update {kind.subject(row.name)}")
+    session.expire(row)  # reload relationships (system, model) from the new foreign keys
     after = _out(kind, session, row)
     diff = {
         key: {"from": before.get(key), "to": value}

@@ -133,6 +133,8 @@ def transition(
         raise InvalidInput("a lifecycle transition needs a reason")
     if len(reason) > 2000:
         raise InvalidInput("a transition reason must be at most 2000 characters")
+    if "\x00" in reason:
+        raise InvalidInput("a transition reason must not contain NUL characters")
     if to_state not in STATES:
         raise InvalidInput(f"unknown lifecycle state {to_state!r}; states: {', '.join(STATES)}")
     from_state = entity.lifecycle_state

@@ -67,7 +67,7 @@ def list_entries(
     action: str | None = None,
     subject: str | None = None,
     actor: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, lt=2**63)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     newest: bool = False,
 ) -> Any:
