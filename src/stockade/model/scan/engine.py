@@ -4,6 +4,8 @@ content, dispatch nested members, bound the work, and scan many files in paralle
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -110,20 +112,32 @@ def scan_file(
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 return scan_bytes(b"", name, limits=limits, scanners=scanners)
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    return scan_bytes(
-                        view,
-                        name,
-                        limits=limits,
-                        scanners=scanners,
-                        base=os.path.dirname(os.path.abspath(name)),
-                    )
-                finally:
-                    view.release()
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            view = memoryview(mapped)
+            try:
+                return scan_bytes(
+                    view,
+                    name,
+                    limits=limits,
+                    scanners=scanners,
+                    base=os.path.dirname(os.path.abspath(name)),
+                )
+            finally:
+                _close_map(view, mapped)
     except OSError as exc:
         return [Finding.error(name, f"cannot read: {exc.strerror or exc}")]
+
+
+def _close_map(view: memoryview, mapped: mmap.mmap) -> None:
+    """Release the map even when a scanner left a slice of it in a reference cycle (an
+    exception traceback, say): collect the cycle, then close."""
+    view.release()
+    try:
+        mapped.close()
+    except BufferError:
+        gc.collect()
+        with contextlib.suppress(BufferError):  # still referenced: freed with its last view
+            mapped.close()
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, str | None]]:
@@ -195,4 +209,3 @@ def scan_paths(
         started_at=started,
         finished_at=clock.now(),
     )
-
