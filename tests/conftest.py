@@ -7,13 +7,18 @@ CI=true a missing service stops the run with an error instead.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from stockade.cli.main import app
 from stockade.core.config import get_settings
 from stockade.core.db import Database
 
@@ -127,3 +132,24 @@ def database(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]
     db.upgrade()
     yield db
     db.dispose()
+
+
+@dataclass(frozen=True)
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Run]:
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Run:
+        result = runner.invoke(app, list(args), input=input, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return invoke

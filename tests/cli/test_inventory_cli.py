@@ -161,7 +161,8 @@ def test_data_and_model_register(database: Database, cli: Cli, tmp_path: Path) -
     )
 
     weights = tmp_path / "w.gguf"
-    weights.write_bytes(b"GGUF" + b"\0" * 100)
+    # A well-formed, empty GGUF v3 file: magic, version, no tensors, no metadata.
+    weights.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
     registered = cli("model", "register", "llm", "0.1", str(weights))
     assert registered.exit_code == 0, registered.stderr
     assert "created model:llm" in registered.stdout

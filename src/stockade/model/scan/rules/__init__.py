@@ -1,0 +1,1 @@
+"""Rule data files the model scanners load: the pickle policy (`pickle_policy.toml`)."""
