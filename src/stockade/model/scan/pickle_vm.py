@@ -10,6 +10,7 @@ import codecs
 import copyreg
 import gc
 import mmap
+import re
 import struct
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from collections.abc import Callable
@@ -301,6 +302,12 @@ class _Halt(Exception):
 # -- the machine ----------------------------------------------------------------------
 
 _COPYREG_NEW = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__", "copyreg._reconstructor"})
+# torch.save at protocol 0 writes each storage's persistent id as the text of its tuple:
+# "('storage', <class 'torch.FloatStorage'>, '0', 'cpu', 4)".
+_TORCH_TEXT_STORAGE = re.compile(
+    r"\('storage', <class 'torch\.[A-Za-z0-9_.]*Storage'>, '[^']*', '[^']*', \d+(, .*)?\)\Z"
+)
+
 _JOBLIB_ARRAYS = frozenset(
     {
         "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -1151,7 +1158,8 @@ class _Machine:
             pid = line.decode("ascii")
         except UnicodeDecodeError:
             raise _Stop(Break("persistent IDs in protocol 0 must be ASCII strings", at)) from None
-        self._issue("persistent-id", at, f"text id {pid[:60]!r}")
+        if not _TORCH_TEXT_STORAGE.match(pid):
+            self._issue("persistent-id", at, f"text id {pid[:60]!r}")
         self.stack.append(_Opaque("persistent object"))
         return p
 

@@ -63,7 +63,16 @@ RULES: dict[str, str] = {
 _USES = {"reference": Use.REFERENCE, "construct": Use.CONSTRUCT, "call": Use.CALL}
 _PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
 _ENTRY_KEYS = {
-    "deny": {"reason", "globals", "severity", "calls", "constructs", "unpickles", "resolves"},
+    "deny": {
+        "reason",
+        "globals",
+        "unless",
+        "severity",
+        "calls",
+        "constructs",
+        "unpickles",
+        "resolves",
+    },
     "allow": {"reason", "globals", "use", "calls", "constructs", "unpickles", "resolves"},
 }
 _MAX_ROLE_INDEX = 32
@@ -82,8 +91,11 @@ class PolicyEntry:
     roles: CallRoles = NO_ROLES
     exact: frozenset[str] = frozenset()
     regex: re.Pattern[str] | None = None
+    unless: re.Pattern[str] | None = None  # deny: exceptions to the patterns
 
     def matches(self, label: str) -> bool:
+        if self.unless is not None and self.unless.match(label):
+            return False
         return label in self.exact or (self.regex is not None and bool(self.regex.match(label)))
 
     def allows(self, label: str, *, chained: bool) -> bool:
@@ -260,6 +272,12 @@ def _entry(kind: Literal["allow", "deny"], item: Any, where: str) -> PolicyEntry
     exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
     wild = [p for p in patterns if p not in exact]
     regex = re.compile("|".join(f"(?:{translate(p)})" for p in wild)) if wild else None
+    exceptions = item.get("unless", [])
+    if not isinstance(exceptions, list) or not all(
+        isinstance(p, str) and _PATTERN.fullmatch(p) and "." in p for p in exceptions
+    ):
+        raise ConfigError(f"{where}: unless must be a list of module.name patterns")
+    unless = re.compile("|".join(f"(?:{translate(p)})" for p in exceptions)) if exceptions else None
     return PolicyEntry(
         kind=kind,
         patterns=tuple(patterns),
@@ -269,6 +287,7 @@ def _entry(kind: Literal["allow", "deny"], item: Any, where: str) -> PolicyEntry
         roles=NO_ROLES if roles == NO_ROLES else roles,
         exact=exact,
         regex=regex,
+        unless=unless,
     )
 
 
