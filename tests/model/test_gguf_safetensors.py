@@ -841,3 +841,9 @@ def test_detection_leaves_other_formats_alone() -> None:
     ):
         assert not safetensors.SCANNER.detect(scan_blob(data))
         assert not gguf.SCANNER.detect(scan_blob(data)) or data.startswith(b"GGUF")
+
+
+def test_an_absurd_header_length_is_still_read_as_safetensors() -> None:
+    data = struct.pack("<Q", 1 << 62) + b'{"a": {"dtype": "F32", "shape": [1]}}'
+    found = scan_bytes(data, "x.safetensors", scanners=[safetensors.SCANNER])
+    assert any(f.rule_id == "STK-ST-001" for f in found)

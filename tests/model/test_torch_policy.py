@@ -50,3 +50,14 @@ def test_protocol_zero_storage_ids_are_torch_references() -> None:
     assert worst is None or worst < Severity.MEDIUM
     other = _worst(b"Pfile:///etc/passwd\n.")
     assert other is Severity.MEDIUM
+
+
+def test_common_checkpoint_extras_are_allowed() -> None:
+    for module, name in [
+        ("argparse", "Namespace"),
+        ("pandas", "StringDtype"),
+        ("pandas.core.internals.managers", "BlockManager"),
+        ("torch", "ScriptObject"),
+    ]:
+        worst = _worst(_call(module, name))
+        assert worst is None or worst < Severity.MEDIUM, (module, name, worst)

@@ -81,7 +81,12 @@ class SafetensorsScanner:
         if len(head) < 9 or head[8:9] != b"{":
             return False
         (length,) = struct.unpack("<Q", head[:8])
-        return 2 <= length < _DETECT_LIMIT
+        # An absurd length before a JSON header is still safetensors: a loader-crashing one.
+        if 2 <= length < _DETECT_LIMIT:
+            return True
+        # Eight bytes of text (indentation, say) before a brace are a JSON file, not a length.
+        textual = all(32 <= b < 127 or b in (9, 10, 13) for b in head[:8])
+        return not textual and bytes(blob.data[8:10]) == b'{"'
 
     def scan(self, blob: Blob, ctx: ScanContext) -> None:
         _Scan(blob, ctx).run()
