@@ -7,13 +7,15 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from stockade.core import clock
-from stockade.core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from stockade.core.workspace import Workspace
 
 __all__ = [
     "OutputFormat",
@@ -40,6 +42,8 @@ def open_workspace(*, require_migrated: bool = True) -> Workspace:
     """The process's workspace, opened on first use from the current settings."""
     global _workspace
     if _workspace is None:
+        from stockade.core.workspace import Workspace
+
         _workspace = Workspace.open(require_migrated=require_migrated)
     elif require_migrated:
         _workspace.database.require_migrated()

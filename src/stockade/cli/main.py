@@ -5,6 +5,7 @@ failure into one clear line on stderr and a documented exit code.
 from __future__ import annotations
 
 import os
+from importlib import import_module
 from typing import Any
 
 import click
@@ -12,20 +13,6 @@ import typer
 from typer.core import TyperGroup
 
 from stockade import __version__
-from stockade.cli import (
-    audit,
-    control_plane,
-    data,
-    evaluate,
-    gateway,
-    govern,
-    inventory,
-    keys,
-    model,
-    monitor,
-    retire,
-    tokens,
-)
 from stockade.cli.common import close_workspace, err_console
 from stockade.core.errors import StockadeError
 
@@ -34,8 +21,92 @@ __all__ = ["app", "run"]
 EXIT_INTERNAL = 70
 
 
+# Every command group is imported on first use, so `stockade model scan` does not pay for
+# the database and web stack it never touches. name: (module, attribute, help); a group
+# attribute is a Typer app, a command attribute a function.
+_GROUPS: dict[str, tuple[str, str, str]] = {
+    "init": (
+        "stockade.cli.control_plane",
+        "init",
+        "Create STOCKADE_HOME, migrate the database, create the audit key and an admin token.",
+    ),
+    "up": (
+        "stockade.cli.control_plane",
+        "up",
+        "Serve the control-plane REST API (and its docs) until Ctrl-C.",
+    ),
+    "db": ("stockade.cli.control_plane", "db_app", "Database migrations."),
+    "inventory": (
+        "stockade.cli.inventory",
+        "app",
+        "AI systems, models, datasets, endpoints, versions.",
+    ),
+    # One group per lifecycle phase, in lifecycle order.
+    "data": ("stockade.cli.data", "app", "Phase 1, data: dataset provenance and integrity."),
+    "model": (
+        "stockade.cli.model",
+        "app",
+        "Phase 2, model: scan model files for embedded code; fingerprinted versions.",
+    ),
+    "eval": (
+        "stockade.cli.evaluate",
+        "app",
+        "Phase 3, evaluation: evidence of checks and evaluations.",
+    ),
+    "gateway": (
+        "stockade.cli.gateway",
+        "app",
+        "Phase 4, deployment: endpoints and what they serve.",
+    ),
+    "monitor": ("stockade.cli.monitor", "app", "Phase 5, operations: events and monitors."),
+    "retire": (
+        "stockade.cli.retire",
+        "app",
+        "Phase 6, retirement: take entities out of service.",
+    ),
+    "govern": ("stockade.cli.govern", "app", "Governance: risk tiers and the lifecycle."),
+    # Cross-cutting control-plane services.
+    "audit": (
+        "stockade.cli.audit",
+        "app",
+        "Tamper-evident audit log: entries, proofs, checkpoints.",
+    ),
+    "keys": (
+        "stockade.cli.keys",
+        "app",
+        "Signing keys, key-encryption keys, envelope encryption.",
+    ),
+    "tokens": ("stockade.cli.tokens", "app", "Control-plane API tokens and roles."),
+}
+
+
+def _load(name: str) -> click.Command:
+    module, attribute, help_text = _GROUPS[name]
+    target = getattr(import_module(module), attribute)
+    if isinstance(target, typer.Typer):
+        command: click.Command = typer.main.get_group(target)
+        command.help = help_text
+    else:
+        single = typer.Typer()
+        single.command(name=name, help=help_text)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
 class _StockadeGroup(TyperGroup):
-    """Catches errors raised by any sub-command, however deep."""
+    """Loads command groups on first use and catches errors raised by any sub-command,
+    however deep."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in _GROUPS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _GROUPS:
+            command = _load(cmd_name)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -92,34 +163,6 @@ def _root(
     ),
 ) -> None:
     """Secure AI systems across their whole lifecycle."""
-
-
-app.command()(control_plane.init)
-app.command()(control_plane.up)
-app.add_typer(control_plane.db_app, name="db", help="Database migrations.")
-app.add_typer(
-    inventory.app, name="inventory", help="AI systems, models, datasets, endpoints, versions."
-)
-
-# One group per lifecycle phase, in lifecycle order.
-app.add_typer(data.app, name="data", help="Phase 1, data: dataset provenance and integrity.")
-app.add_typer(model.app, name="model", help="Phase 2, model: fingerprinted model versions.")
-app.add_typer(
-    evaluate.app, name="eval", help="Phase 3, evaluation: evidence of checks and evaluations."
-)
-app.add_typer(
-    gateway.app, name="gateway", help="Phase 4, deployment: endpoints and what they serve."
-)
-app.add_typer(monitor.app, name="monitor", help="Phase 5, operations: events and monitors.")
-app.add_typer(retire.app, name="retire", help="Phase 6, retirement: take entities out of service.")
-app.add_typer(govern.app, name="govern", help="Governance: risk tiers and the lifecycle.")
-
-# Cross-cutting control-plane services.
-app.add_typer(
-    audit.app, name="audit", help="Tamper-evident audit log: entries, proofs, checkpoints."
-)
-app.add_typer(keys.app, name="keys", help="Signing keys, key-encryption keys, envelope encryption.")
-app.add_typer(tokens.app, name="tokens", help="Control-plane API tokens and roles.")
 
 
 def run() -> None:

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from stockade.cli.common import OutputFormat, console, err_console, open_workspace, print_json
-from stockade.cli.inventory import TagOpt, parse_tags, register_file
 from stockade.cli.scan_options import (
     FailOnOption,
     FormatOption,
@@ -19,7 +18,6 @@ from stockade.cli.scan_options import (
     Severity,
     emit_report,
 )
-from stockade.core.evidence import record_evidence
 from stockade.core.findings import ScanResult, exit_code
 from stockade.model.scan.engine import iter_files, scan_paths
 
@@ -78,13 +76,19 @@ def register(
     owner: Annotated[str | None, typer.Option(help="Owner, for a new model.")] = None,
     framework: Annotated[str | None, typer.Option(help="Framework, for a new model.")] = None,
     source_uri: Annotated[str | None, typer.Option(help="Where the artifact came from.")] = None,
-    tag: TagOpt = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE; repeat for several.")
+    ] = None,
     fail_on: FailOnOption = Severity.MEDIUM,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
 ) -> None:
     """Scan FILE, fingerprint it (SHA-256, size, format) and register it as NAME@VERSION;
     the scan is stored as evidence on the version. Exits as a scan does (0, 1, 2), after
     registering."""
+    # The inventory and evidence stores are imported here: `model scan` never needs them.
+    from stockade.cli.inventory import parse_tags, register_file
+    from stockade.core.evidence import record_evidence
+
     scanned = scan_paths([file], jobs=1)
     added, created = register_file(
         "model",
