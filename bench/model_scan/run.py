@@ -793,8 +793,8 @@ def render(
         lines += [
             "",
             "throughput on large benign files (best wall time of the whole process, page cache "
-            "warm; net = after subtracting the tool's start-up, its time on a tiny pickle; "
-            "ratio = Stockade's time / the tool's):",
+            "warm; net = after subtracting the tool's start-up, its time on a tiny pickle, "
+            "'(start-up)' when within 50 ms of it; ratio = Stockade's time / the tool's):",
         ]
         startup = {i.tool: i.wall_s for i in large if i.kind == "startup"}
         rows = [("file", "size", "tool", "wall", "MB/s", "net MB/s", "ratio", "verdict")]
@@ -809,8 +809,10 @@ def render(
                     ratio = _ratio(ours.wall_s / item.wall_s)
                 base = startup.get(item.tool)
                 net = ""
-                if kind != "startup" and item.wall_s and base and item.wall_s > base:
-                    net = f"{item.size / MB / (item.wall_s - base):,.0f}"
+                if kind != "startup" and item.wall_s and base:
+                    # Within 50 ms of the start-up the difference is noise, not a rate.
+                    work = item.wall_s - base
+                    net = f"{item.size / MB / work:,.0f}" if work >= 0.05 else "(start-up)"
                 first = n == 0
                 rows.append(
                     (
