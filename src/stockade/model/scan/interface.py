@@ -6,6 +6,7 @@ A format scanner never imports, unpickles or executes what it inspects: it parse
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -18,10 +19,29 @@ __all__ = [
     "FormatScanner",
     "Limits",
     "ScanContext",
+    "path_escapes",
 ]
 
 # Framework references for "loading this model runs code".
 REFERENCES: tuple[str, ...] = ("CWE-502", "OWASP-LLM03:2025", "ATLAS:AML.T0010")
+
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:|\\\\|//)")
+
+
+def path_escapes(path: str) -> bool:
+    """True for absolute paths (POSIX, Windows drive or UNC) and for relative ones that
+    climb above where they start: `../x`, `a/../../x`."""
+    if path.startswith(("/", "\\")) or _WINDOWS_ABSOLUTE.match(path):
+        return True
+    depth = 0
+    for part in re.split(r"[/\\]", path):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 @dataclass(frozen=True)

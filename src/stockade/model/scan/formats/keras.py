@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from stockade.core.findings import Severity
-from stockade.model.scan.interface import Blob, ScanContext
+from stockade.model.scan.interface import Blob, ScanContext, path_escapes
 
 __all__ = [
     "MAX_JSON_BYTES",
     "SCANNER",
     "KerasConfigScanner",
-    "path_escapes",
     "scan_keras_document",
     "scan_keras_json",
 ]
@@ -234,7 +233,6 @@ def _json_key(name: str) -> re.Pattern[bytes]:
 _KERAS_KEYS = (_json_key("class_name"), _json_key("keras_version"))
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BYTECODE_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.]{1,63}")
-_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:|\\\\|//)")
 
 
 class KerasConfigScanner:
@@ -610,22 +608,6 @@ def _tf_api_risk(function: str) -> tuple[Severity, str] | None:
     if "gfile" in parts[:-1]:
         return (Severity.HIGH, "reads or writes files")
     return _TF_API_CALLS.get(parts[-1]) if parts else None
-
-
-def path_escapes(path: str) -> bool:
-    """True for absolute paths (POSIX, Windows drive or UNC) and for relative ones that
-    climb above where they start: `../x`, `a/../../x`."""
-    if path.startswith(("/", "\\")) or _WINDOWS_ABSOLUTE.match(path):
-        return True
-    depth = 0
-    for part in re.split(r"[/\\]", path):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
 
 
 def _lambda_code(payload: object) -> str | None:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from stockade.core.findings import Severity
-from stockade.model.scan.formats.keras import path_escapes
-from stockade.model.scan.interface import Blob, ScanContext
+from stockade.model.scan.interface import Blob, ScanContext, path_escapes
 from stockade.model.scan.protobuf_wire import LEN, VARINT, Budget, Field, Message, WireError
 
 __all__ = ["SCANNER", "OnnxScanner"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from stockade.core.findings import Severity
-from stockade.model.scan.formats.keras import MAX_JSON_BYTES, path_escapes, scan_keras_json
-from stockade.model.scan.interface import Blob, ScanContext
+from stockade.model.scan.formats.keras import MAX_JSON_BYTES, scan_keras_json
+from stockade.model.scan.interface import Blob, ScanContext, path_escapes
 from stockade.model.scan.protobuf_wire import LEN, VARINT, Budget, Field, Message, WireError
 
 __all__ = ["SCANNER", "TFSavedModelScanner", "classify_op"]
